@@ -299,14 +299,15 @@ typedef struct etcd_member {
     bool is_learner;
 } etcd_member;
 
-typedef struct etcd_member_list {
+struct etcd_member_list {
     etcd_header header;
     etcd_member *members;
     size_t n_members;
-} etcd_member_list;
+};
 
-int etcd_member_list(etcd_client *c, etcd_member_list *out, etcd_error *err);
-void etcd_member_list_free(etcd_member_list *l);
+/* The struct and the function share a name (as etcd's API does); always write the struct tag. */
+int etcd_member_list(etcd_client *c, struct etcd_member_list *out, etcd_error *err);
+void etcd_member_list_free(struct etcd_member_list *l);
 
 typedef struct etcd_status_resp {
     etcd_header header;
@@ -325,9 +326,9 @@ int etcd_status(etcd_client *c, const char *endpoint, etcd_status_resp *out, etc
 enum etcd_alarm_action { ETCD_ALARM_GET = 0, ETCD_ALARM_ACTIVATE, ETCD_ALARM_DEACTIVATE };
 enum etcd_alarm_type { ETCD_ALARM_NONE = 0, ETCD_ALARM_NOSPACE, ETCD_ALARM_CORRUPT };
 
-typedef struct etcd_alarm { uint64_t member_id; int alarm; } etcd_alarm;
+struct etcd_alarm { uint64_t member_id; int alarm; };
 
-int etcd_alarm(etcd_client *c, int action, uint64_t member_id, int alarm, etcd_alarm **alarms,
+int etcd_alarm(etcd_client *c, int action, uint64_t member_id, int alarm, struct etcd_alarm **alarms,
                size_t *n, etcd_error *err);
 int etcd_defragment(etcd_client *c, const char *endpoint, etcd_error *err);
 /* Sends MoveLeader to the current leader (found through Status of the members). */

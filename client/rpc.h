@@ -1,7 +1,7 @@
 /* rpc.h — the transport under the etcd API: one event-loop thread owning every socket,
  * TLS (OpenSSL, ALPN h2) or h2c, one nghttp2 client session per connection, gRPC framing and
  * status, endpoint selection and failover, PING keepalive. Knows nothing of etcd's messages:
- * requests and responses are serialized protobuf bytes. Used only by client/*.c. */
+ * requests and responses are serialized protobuf bytes. Used only by the files of client/. */
 #ifndef ETCDFS_RPC_H
 #define ETCDFS_RPC_H
 
