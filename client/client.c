@@ -1,0 +1,248 @@
+/* client.c — etcd_client lifetime (config defaults, transport, authentication) and the unary
+ * call helper every API module uses: protobuf packing, token metadata, and one transparent
+ * re-authentication when etcd says the token is invalid or expired. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+int64_t client_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint8_t *client_pack(const ProtobufCMessage *m, size_t *len)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        return NULL;
+    *len = protobuf_c_message_pack(m, buf);
+    return buf;
+}
+
+void client_header(etcd_header *out, const Etcdserverpb__ResponseHeader *h)
+{
+    memset(out, 0, sizeof(*out));
+    if (!h)
+        return;
+    out->cluster_id = h->cluster_id;
+    out->member_id = h->member_id;
+    out->revision = h->revision;
+    out->raft_term = h->raft_term;
+}
+
+void client_kv(etcd_kv *out, const Mvccpb__KeyValue *kv)
+{
+    memset(out, 0, sizeof(*out));
+    if (!kv)
+        return;
+    out->key = kv->key.data;
+    out->key_len = kv->key.len;
+    out->value = kv->value.data;
+    out->value_len = kv->value.len;
+    out->create_revision = kv->create_revision;
+    out->mod_revision = kv->mod_revision;
+    out->version = kv->version;
+    out->lease = kv->lease;
+}
+
+char *client_token(etcd_client *c, unsigned long *gen)
+{
+    pthread_mutex_lock(&c->tok_mu);
+    char *t = c->token ? strdup(c->token) : NULL;
+    if (gen)
+        *gen = c->tok_gen;
+    pthread_mutex_unlock(&c->tok_mu);
+    return t;
+}
+
+/* Authenticate is sent without a token; the mutex is held across the call so concurrent
+ * renewals collapse into one (the others see the generation moved and just retry). */
+int client_reauth(etcd_client *c, unsigned long gen, etcd_error *err)
+{
+    if (!c->user)
+        return etcd_error_set(err, ETCD_E_INVALID_TOKEN, -1, "auth token rejected, no user");
+    pthread_mutex_lock(&c->tok_mu);
+    if (c->tok_gen != gen) {
+        pthread_mutex_unlock(&c->tok_mu);
+        return 0;
+    }
+    Etcdserverpb__AuthenticateRequest req = ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
+    req.name = c->user;
+    req.password = c->password ? c->password : "";
+    size_t len;
+    uint8_t *buf = client_pack(&req.base, &len);
+    if (!buf) {
+        pthread_mutex_unlock(&c->tok_mu);
+        return etcd_error_set(err, ETCD_E_NOMEM, -1, "out of memory");
+    }
+    rpc_call_opts o = { .method = "/etcdserverpb.Auth/Authenticate",
+                        .timeout_ms = c->call_timeout_ms, .flags = RPC_IDEMPOTENT };
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    int rc = rpc_unary(c->rpc, &o, buf, len, &resp, &resp_len, err);
+    free(buf);
+    if (rc == 0) {
+        Etcdserverpb__AuthenticateResponse *ar =
+            etcdserverpb__authenticate_response__unpack(NULL, resp_len, resp);
+        if (!ar || !ar->token || !ar->token[0]) {
+            rc = etcd_error_set(err, ETCD_E_PROTOCOL, -1, "bad AuthenticateResponse");
+        } else {
+            char *t = strdup(ar->token);
+            if (!t) {
+                rc = etcd_error_set(err, ETCD_E_NOMEM, -1, "out of memory");
+            } else {
+                free(c->token);
+                c->token = t;
+                c->tok_gen++;
+            }
+        }
+        if (ar)
+            etcdserverpb__authenticate_response__free_unpacked(ar, NULL);
+    }
+    free(resp);
+    pthread_mutex_unlock(&c->tok_mu);
+    return rc;
+}
+
+int client_call(etcd_client *c, const char *method, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                int timeout_ms, unsigned flags, const char *endpoint, etcd_error *err)
+{
+    size_t len;
+    uint8_t *buf = client_pack(req, &len);
+    if (!buf)
+        return etcd_error_set(err, ETCD_E_NOMEM, -1, "out of memory");
+    etcd_error local;
+    if (!err)
+        err = &local;
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        unsigned long gen;
+        char *token = client_token(c, &gen);
+        rpc_call_opts o = { .method = method, .token = token, .endpoint = endpoint,
+                            .timeout_ms = timeout_ms > 0 ? timeout_ms : c->call_timeout_ms,
+                            .flags = flags };
+        uint8_t *rbuf = NULL;
+        size_t rlen = 0;
+        rc = rpc_unary(c->rpc, &o, buf, len, &rbuf, &rlen, err);
+        free(token);
+        if (rc == -ETCD_E_INVALID_TOKEN && attempt == 0 && c->user) {
+            /* etcd refused the request before executing it: safe to resend even a Put. */
+            free(rbuf);
+            if (client_reauth(c, gen, err) == 0)
+                continue;
+            rc = -err->code;
+            break;
+        }
+        if (rc == 0) {
+            *resp = protobuf_c_message_unpack(resp_desc, NULL, rlen, rbuf);
+            if (!*resp)
+                rc = etcd_error_set(err, ETCD_E_PROTOCOL, -1, "cannot decode %s response",
+                                    method);
+        }
+        free(rbuf);
+        break;
+    }
+    free(buf);
+    return rc;
+}
+
+int client_stream_open(etcd_client *c, const char *method, const rpc_stream_cbs *cbs, void *arg,
+                       const uint8_t *first, size_t first_len, int timeout_ms,
+                       unsigned flags, rpc_stream **out, etcd_error *err)
+{
+    char *token = client_token(c, NULL);
+    rpc_call_opts o = { .method = method, .token = token,
+                        .timeout_ms = timeout_ms > 0 ? timeout_ms : c->call_timeout_ms,
+                        .flags = flags };
+    int rc = rpc_stream_open(c->rpc, &o, cbs, arg, first, first_len, out, err);
+    free(token);
+    return rc;
+}
+
+static char *dup_opt(const char *s, bool *oom)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *oom = true;
+    return d;
+}
+
+int etcd_client_new(const etcd_config *cfg, etcd_client **out, etcd_error *err)
+{
+    *out = NULL;
+    if (!cfg || !cfg->endpoints || cfg->n_endpoints == 0)
+        return etcd_error_set(err, ETCD_E_INVALID_ARG, -1, "no endpoints given");
+    etcd_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return etcd_error_set(err, ETCD_E_NOMEM, -1, "out of memory");
+    bool oom = false;
+    c->user = dup_opt(cfg->user, &oom);
+    c->password = dup_opt(cfg->password, &oom);
+    if (oom) {
+        free(c->user);
+        free(c->password);
+        free(c);
+        return etcd_error_set(err, ETCD_E_NOMEM, -1, "out of memory");
+    }
+    c->call_timeout_ms = cfg->call_timeout_ms > 0 ? cfg->call_timeout_ms : 10000;
+    pthread_mutex_init(&c->tok_mu, NULL);
+    pthread_mutex_init(&c->mux_mu, NULL);
+
+    rpc_config rc_cfg = {
+        .endpoints = cfg->endpoints, .n_endpoints = cfg->n_endpoints,
+        .cacert = cfg->cacert, .cert = cfg->cert, .key = cfg->key,
+        .insecure_skip_verify = cfg->insecure_skip_verify,
+        .dial_timeout_ms = cfg->dial_timeout_ms > 0 ? cfg->dial_timeout_ms : 5000,
+        .keepalive_time_ms = cfg->keepalive_time_ms > 0 ? cfg->keepalive_time_ms : 10000,
+        .keepalive_timeout_ms = cfg->keepalive_timeout_ms > 0 ? cfg->keepalive_timeout_ms : 5000,
+    };
+    int rc = rpc_new(&rc_cfg, &c->rpc, err);
+    if (rc == 0)
+        rc = rpc_connect(c->rpc, err);
+    if (rc == 0 && c->user)
+        rc = client_reauth(c, c->tok_gen, err);
+    if (rc) {
+        etcd_client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void etcd_client_free(etcd_client *c)
+{
+    if (!c)
+        return;
+    watch_mux_free(c);
+    lease_mux_free(c);
+    if (c->rpc)
+        rpc_free(c->rpc);
+    pthread_mutex_destroy(&c->tok_mu);
+    pthread_mutex_destroy(&c->mux_mu);
+    free(c->token);
+    free(c->user);
+    if (c->password) {
+        memset(c->password, 0, strlen(c->password));
+        free(c->password);
+    }
+    free(c);
+}
+
+int etcd_client_call_timeout(const etcd_client *c)
+{
+    return c->call_timeout_ms;
+}
+
+const char *etcd_client_endpoint(etcd_client *c)
+{
+    return rpc_endpoint(c->rpc);
+}
