@@ -113,6 +113,17 @@ int cache_rmdir(cache *c, uint64_t parent, const char *name);
  * flags: RENAME_NOREPLACE / RENAME_EXCHANGE (-EINVAL for exchange). */
 int cache_rename(cache *c, uint64_t parent, const char *name, uint64_t newparent,
                  const char *newname, unsigned flags);
+/* Extra cache_rename flags for fs/scratch.c (files that live only in memory); neither sends
+ * anything to etcd. ADOPT: a local (unsaved) file takes the place of the target, and of its
+ * key with the key's revision, lease and value when the target is saved (the caller has just
+ * written the new value to the target). DETACH: the file becomes a local file under the new
+ * name; its key stays in etcd as it is, but the cache forgets it until an event or a resync
+ * brings it back (the caller writes the old name again next); with newname NULL the file
+ * leaves the tree the same way (an unlink that leaves the key in etcd). */
+enum cache_rename_flags {
+    CACHE_RENAME_ADOPT = 1u << 16,
+    CACHE_RENAME_DETACH = 1u << 17,
+};
 
 /* etcd's database size (Status of the member in use) for statfs; quota from the option. */
 int cache_db_size(cache *c, int64_t *db_size);

@@ -317,7 +317,7 @@ static void apply_locked(cache *c, plan *p, int64_t rev)
     node *sp = src->parent;
     sync_emit_locked(c, CACHE_EV_DELETED, src, sp, src->name, false);
     tree_detach_locked(c, src, false);
-    if (sp != c->root && sp->n_kids == 0)
+    if (sp != c->root)
         sp->explicit_dir = true;    /* a local change keeps the directory the user works in */
     if (tree_attach_locked(c, dp, src, p->base) < 0) {
         tree_maybe_free_locked(c, src);
@@ -404,9 +404,71 @@ static void inflight(cache *c, plan *p, bool add)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* CACHE_RENAME_ADOPT / CACHE_RENAME_DETACH: the move happens in memory only (see cache.h). */
+static int rename_local(cache *c, uint64_t parent, const char *name, uint64_t newparent,
+                        const char *newname, unsigned flags)
+{
+    plan p = {0};
+    pthread_mutex_lock(&c->lock);
+    if (!newname) {     /* DETACH without a new name: the file leaves the tree, its key stays */
+        node *d, *n = NULL;
+        int rc = live_dir_locked(c, parent, &d);
+        if (rc == 0 && !(n = tree_child_locked(c, d, name)))
+            rc = -ENOENT;
+        if (rc == 0 && n->is_dir)
+            rc = -EISDIR;
+        if (rc == 0) {
+            n->local = true;
+            n->excl = false;
+            values_drop_locked(c, n);
+            tree_remove_locked(c, n, false, true);
+        }
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    int rc = check_locked(c, &p, parent, name, newparent, newname, flags & RENAME_NOREPLACE);
+    node *src = rc == 0 ? tree_by_ino_locked(c, p.src) : NULL;
+    node *dst = rc == 0 && p.dst ? tree_by_ino_locked(c, p.dst) : NULL;
+    if (rc == 0 && (src->is_dir || (dst && dst->is_dir) ||
+                    ((flags & CACHE_RENAME_ADOPT) && !src->local)))
+        rc = -EINVAL;
+    if (rc == 0) {
+        node was = dst ? *dst : (node){0};     /* dst may be freed by apply_locked */
+        cache_value *val = dst && dst->val ? cache_value_get(dst->val) : NULL;
+        bool adopt = (flags & CACHE_RENAME_ADOPT) && dst && !dst->local;
+        if (flags & CACHE_RENAME_DETACH) {
+            src->local = true;
+            src->excl = false;
+            src->create_rev = src->mod_rev = src->version = src->lease = 0;
+            values_drop_locked(c, src);
+        }
+        p.mark = ++c->mark_seq;
+        src->mark = p.mark;
+        apply_locked(c, &p, 0);
+        if (adopt && src->in_tree) {
+            src->local = src->excl = false;
+            src->create_rev = was.create_rev;
+            src->mod_rev = was.mod_rev;
+            src->version = was.version;
+            src->lease = was.lease;
+            src->size = was.size;
+            src->mtime = was.mtime;
+            src->ctime = was.ctime;
+            values_install_locked(c, src, val, true);
+            val = NULL;
+            sync_emit_locked(c, CACHE_EV_MODIFIED, src, src->parent, src->name, false);
+        }
+        cache_value_put(val);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc == 1 ? 0 : rc;
+}
+
 int cache_rename(cache *c, uint64_t parent, const char *name, uint64_t newparent,
                  const char *newname, unsigned flags)
 {
+    if (flags & (CACHE_RENAME_ADOPT | CACHE_RENAME_DETACH))
+        return rename_local(c, parent, name, newparent, newname, flags);
     if (flags & RENAME_EXCHANGE)
         return -EINVAL;
     if (flags & ~(unsigned)RENAME_NOREPLACE)

@@ -2,6 +2,7 @@
  * leader, snapshot, alarms, revision, compact, defrag). Text is rendered at open into a buffer
  * owned by the open file, in etcdctl's own formats; writes act at once; snapshot streams. */
 #include "cluster.h"
+#include "events.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,7 @@
 
 enum cluster_kind {
     CK_DIR, CK_MEMBERS, CK_MEMBERS_JSON, CK_STATUS, CK_STATUS_JSON, CK_HEALTH, CK_LEADER,
-    CK_SNAPSHOT, CK_ALARMS, CK_REVISION, CK_COMPACT, CK_DEFRAG, CK__COUNT
+    CK_SNAPSHOT, CK_ALARMS, CK_REVISION, CK_COMPACT, CK_DEFRAG, CK_EVENTS, CK__COUNT
 };
 
 typedef struct sbuf {
@@ -33,6 +34,7 @@ struct cluster_file {
     char *text;
     size_t len;
     etcd_snapshot *snap;
+    events_reader *events;    /* .cluster/events */
     off_t pos;                /* snapshot: bytes handed out so far */
     bool eof;
 };
@@ -70,6 +72,7 @@ static const struct {
     [CK_REVISION] = { "revision", render_revision, NULL },
     [CK_COMPACT] = { "compact", NULL, write_compact },
     [CK_DEFRAG] = { "defrag", NULL, write_defrag },
+    [CK_EVENTS] = { "events", NULL, NULL },   /* fs/events.c */
 };
 
 static cluster_ctx g_ctx;
@@ -1001,7 +1004,9 @@ int cluster_open(uint64_t ino, int flags, cluster_file **out)
     pthread_mutex_init(&f->lock, NULL);
 
     int rc = 0;
-    if (kind == CK_SNAPSHOT) {
+    if (kind == CK_EVENTS) {
+        rc = events_open(&f->events);
+    } else if (kind == CK_SNAPSHOT) {
         etcd_error err = { 0 };
         rc = etcd_snapshot_open(g_ctx.client, &f->snap, &err);
         if (rc < 0)
@@ -1053,6 +1058,11 @@ static long snapshot_read_locked(cluster_file *f, char *buf, size_t size, off_t 
     return (long)got;
 }
 
+struct events_reader *cluster_events(cluster_file *f)
+{
+    return f ? f->events : NULL;
+}
+
 long cluster_read(cluster_file *f, char *buf, size_t size, off_t off)
 {
     if (off < 0)
@@ -1096,6 +1106,7 @@ void cluster_release(cluster_file *f)
 {
     if (!f)
         return;
+    events_release(f->events);
     if (f->snap)
         etcd_snapshot_close(f->snap);   /* cancels a stream not read to the end */
     free(f->text);

@@ -42,6 +42,9 @@ typedef struct cluster_dirent {
 int cluster_readdir(uint64_t ino, const cluster_dirent **ents, size_t *n);
 
 typedef struct cluster_file cluster_file;
+/* .cluster/events is a stream (fs/events.c): ops.c reads it through its reader, which
+ * blocks until a change and needs the request (interrupts). NULL for other files. */
+struct events_reader *cluster_events(cluster_file *f);
 /* O_WRONLY/O_RDWR only on writable files (leader, alarms, compact, defrag): else -EACCES;
  * -EROFS on a read-only mount. Reading files render their text here (one etcd round of calls);
  * snapshot opens a stream. */

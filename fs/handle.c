@@ -2,6 +2,7 @@
  * private copy and saves it whole (one cache_write, i.e. one Put) at flush/fsync when dirty.
  * Also the per-inode registry of write handles, so attributes show the size being written. */
 #include "ops.h"
+#include "scratch.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -139,7 +140,9 @@ int handle_open_read(fs_state *st, uint64_t ino, fs_handle **out)
     fs_handle *h = handle_new(st, ino, false);
     if (!h)
         return -ENOMEM;
-    int r = cache_read(st->cache, ino, &h->snap);
+    int r = scratch_snapshot(ino, &h->snap);
+    if (r == -ENOENT)
+        r = cache_read(st->cache, ino, &h->snap);
     if (r < 0) {
         handle_free(h);
         return r;
@@ -161,13 +164,16 @@ int handle_open_write(fs_state *st, uint64_t ino, const cache_attr *a, bool trun
         h->dirty = a->size > 0;             /* "> f" empties f even if nothing is written */
     } else {
         cache_value *v;
-        int r = cache_read(st->cache, ino, &v);
+        int r = scratch_snapshot(ino, &v);
+        if (r == -ENOENT)
+            r = cache_read(st->cache, ino, &v);
         if (r == 0) {
             r = reserve(h, v->len);
             if (r == 0) {
                 memcpy(h->buf, v->data, v->len);
                 h->len = v->len;
-                h->base_rev = v->mod_revision ? v->mod_revision : a->mod_revision;
+                /* a: what the opener read (scratch_base_rev), else the value's revision */
+                h->base_rev = a->mod_revision ? a->mod_revision : v->mod_revision;
             }
             cache_value_put(v);
         }
@@ -191,11 +197,11 @@ bool handle_writable(const fs_handle *h)
  * those stale pages would outlive every later open. So once the reply is in, if the key moved
  * on meanwhile, invalidate again. Checked after the reply, so either this check or the
  * notifier's own invalidation comes after the pages were filled. */
-static void drop_stale_pages(fs_handle *h)
+static void drop_stale_pages(cache *c, uint64_t ino, int64_t served_rev)
 {
     cache_attr a;
-    if (cache_getattr(h->st->cache, h->ino, &a) == 0 && a.mod_revision != h->snap->mod_revision) {
-        cache_event ev = { .type = CACHE_EV_MODIFIED, .ino = h->ino, .remote = true };
+    if (cache_getattr(c, ino, &a) == 0 && a.mod_revision != served_rev) {
+        cache_event ev = { .type = CACHE_EV_MODIFIED, .ino = ino, .remote = true };
         notify_cache_event(NULL, &ev);
     }
 }
@@ -205,12 +211,16 @@ void handle_read(fs_handle *h, fuse_req_t req, size_t size, off_t off)
     if (!h->writable) {
         /* The snapshot is immutable: no lock needed. */
         const cache_value *v = h->snap;
+        /* Once replied, the kernel may release (and free) h at any moment. */
+        cache *c = h->st->cache;
+        uint64_t ino = h->ino;
+        int64_t served_rev = v->mod_revision;
         if (off < 0 || (uint64_t)off >= v->len)
             fuse_reply_buf(req, NULL, 0);
         else
             fuse_reply_buf(req, (const char *)v->data + off,
                            size < v->len - (size_t)off ? size : v->len - (size_t)off);
-        drop_stale_pages(h);
+        drop_stale_pages(c, ino, served_rev);
         return;
     }
     pthread_mutex_lock(&h->mu);
@@ -294,10 +304,13 @@ int handle_commit(fs_handle *h)
     pthread_mutex_lock(&h->mu);
     int r = 0;
     if (h->dirty) {
-        cache_attr a;
+        cache_attr a = { .mod_revision = h->base_rev };
         char key[512];
-        fs_dbg("save %s (%zu bytes)", fs_key_str(h->st, h->ino, key, sizeof(key)), h->len);
-        r = cache_write(h->st->cache, h->ino, h->buf, h->len, h->base_rev, &a);
+        r = scratch_store(h->ino, h->buf, h->len);      /* scratch: memory only */
+        if (r == -ENOENT) {
+            fs_dbg("save %s (%zu bytes)", fs_key_str(h->st, h->ino, key, sizeof(key)), h->len);
+            r = cache_write(h->st->cache, h->ino, h->buf, h->len, h->base_rev, &a);
+        }
         if (r == 0) {
             h->dirty = false;
             h->commit_failed = false;

@@ -3,7 +3,10 @@
  * FUSE session and mount, the worker loop, and a clean teardown. Also logging (fs_log).
  * The parent of a daemonized mount exits 0 only once the kernel has sent FUSE_INIT. */
 #include "ops.h"
+#include "echo.h"
+#include "events.h"
 #include "options.h"
+#include "scratch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -381,6 +384,11 @@ int main(int argc, char **argv)
         return 0;
     }
     fs_log_debug = o.debug;
+    if (scratch_configure(o.scratch, o.scratch_excl, err, sizeof(err)) < 0) {
+        fprintf(stderr, "etcdfs: %s\n", err);
+        options_free(&o);
+        return 1;
+    }
 
     char *mnt = NULL;
     if (check_mountpoint(o.mountpoint, &mnt) < 0) {
@@ -440,6 +448,9 @@ int main(int argc, char **argv)
         report_error("cannot set up signal handlers or the notifier thread");
         goto out_session;
     }
+    events_init(&st);
+    if (!o.no_inotify && echo_start(&st, mnt) < 0)
+        fs_log(LOG_WARNING, "no inotify echo thread: remote changes raise no inotify events");
     cache_set_listener(st.cache, notify_cache_event, &st);
     if (fuse_session_mount(st.se, mnt) != 0) {
         report_error("cannot mount on %s (see the line above)", mnt);
@@ -454,12 +465,15 @@ int main(int argc, char **argv)
     /* Returns after in-flight requests finished (workers are joined); a signal or an
      * unmount both end it, and both are a clean exit. */
     run_loop(st.se);
+    events_shutdown();
+    echo_stop();
     fs_log(LOG_INFO, "unmounting %s", mnt);
     fuse_session_unmount(st.se);
     handle_commit_all();
     rc = 0;
 out_notify:
     cache_set_listener(st.cache, NULL, NULL);
+    echo_stop();
     notify_stop();
 out_session:
     fuse_remove_signal_handlers(st.se);

@@ -3,6 +3,8 @@
  * a thread of our own calls fuse_lowlevel_notify_*, never a FUSE worker and never under a cache
  * lock, since the kernel may wait on a directory lock held by a request we are serving. */
 #include "ops.h"
+#include "echo.h"
+#include "events.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -18,6 +20,7 @@ typedef struct nev {
     int type;
     uint64_t ino, parent;
     bool is_dir;
+    bool echoed;                /* a remote delete the inotify echo replays */
     char *name;
     struct nev *next;
 } nev;
@@ -82,6 +85,8 @@ static void deadline_after(struct timespec *ts, int ms)
 
 void notify_cache_event(void *arg, const cache_event *ev)
 {
+    /* .cluster/events and the inotify echo (echo.c); true: the echo removes the entry */
+    bool echoed = events_cache_event(ev);
     (void)arg;
     pthread_mutex_lock(&q.mu);
     if (!q.active || q.stop)
@@ -114,6 +119,7 @@ void notify_cache_event(void *arg, const cache_event *ev)
     n->ino = ev->ino;
     n->parent = ev->parent;
     n->is_dir = ev->is_dir;
+    n->echoed = echoed;
     if (q.tail)
         q.tail->next = n;
     else
@@ -141,7 +147,10 @@ static void deliver(struct fuse_session *se, const nev *e)
         break;
     case CACHE_EV_DELETED:
         fs_dbg("notify: deleted %llu/%s", (unsigned long long)e->parent, e->name);
-        r = fuse_lowlevel_notify_delete(se, e->parent, e->ino, e->name, strlen(e->name));
+        /* echoed: the echo's unlink/rmdir tells the kernel (notify_delete would mark a
+         * watched directory dead before the echo could rmdir it: no IN_DELETE) */
+        r = e->echoed ? -1
+            : fuse_lowlevel_notify_delete(se, e->parent, e->ino, e->name, strlen(e->name));
         if (r < 0)
             fuse_lowlevel_notify_inval_entry(se, e->parent, e->name, strlen(e->name));
         fuse_lowlevel_notify_inval_inode(se, e->parent, 0, 0);
@@ -192,6 +201,7 @@ void notify_activate(void)
     pthread_mutex_lock(&q.mu);
     q.active = true;
     pthread_mutex_unlock(&q.mu);
+    echo_activate();
 }
 
 void notify_stop(void)

@@ -3,6 +3,9 @@
  * modes and owners, ".cluster" reserved at the root, read-only, what is refused (links,
  * special files), xattrs, statfs. Open files live in handle.c. */
 #include "ops.h"
+#include "scratch.h"
+#include "echo.h"
+#include "events.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,7 @@ static long cluster_read(cluster_file *f, char *b, size_t s, off_t o) { return -
 static long cluster_write(cluster_file *f, const char *b, size_t s, off_t o) { return -EBADF; }
 static void cluster_release(cluster_file *f) { }
 static bool cluster_direct_io(uint64_t ino) { return false; }
+static events_reader *cluster_events(cluster_file *f) { return NULL; }
 #endif
 
 static fs_state *st_of(fuse_req_t req)
@@ -77,14 +81,16 @@ static void fill_stat(fs_state *st, const cache_attr *a, struct stat *s)
     s->st_uid = st->uid;
     s->st_gid = st->gid;
     uint64_t size = a->size;
-    if (!a->is_dir)
+    s->st_mtim = a->mtime;
+    if (!a->is_dir) {
+        scratch_attr(a->ino, &size, &s->st_mtim);   /* scratch files: bytes in memory */
         handle_ino_size(a->ino, &size);     /* an open write buffer is the truth for now */
+    }
     s->st_size = (off_t)size;
     s->st_blksize = 4096;
     s->st_blocks = (blkcnt_t)((size + 511) / 512);
-    s->st_mtim = a->mtime;
     s->st_ctim = a->ctime;
-    s->st_atim = a->mtime;
+    s->st_atim = s->st_mtim;
 }
 
 static void fill_entry(fs_state *st, const cache_attr *a, struct fuse_entry_param *e)
@@ -134,6 +140,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (echo_lookup(req, parent, name))     /* the inotify echo's own */
+        return;
     fs_state *st = st_of(req);
     cache_attr a;
     fs_dbg("lookup %llu/%s", (unsigned long long)parent, name);
@@ -211,6 +219,8 @@ static int truncate_value(fs_state *st, uint64_t ino, uint64_t size)
 {
     if (size > FS_MAX_VALUE)
         return -EFBIG;
+    if (scratch_is(ino))
+        return scratch_truncate(ino, size);
     cache_value *v;
     int r = cache_read(st->cache, ino, &v);
     if (r < 0)
@@ -281,6 +291,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+    if (echo_mkdir(req, parent, name))
+        return;
     fs_state *st = st_of(req);
     cache_attr a;
     fs_dbg("mkdir %llu/%s", (unsigned long long)parent, name);
@@ -294,10 +306,14 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (echo_unlink(req, parent, name))
+        return;
     fs_state *st = st_of(req);
     fs_dbg("unlink %llu/%s", (unsigned long long)parent, name);
     int r = st->read_only ? -EROFS : reserved(parent, name) ? -EPERM
-            : cache_unlink(st->cache, parent, name);
+            : scratch_unlink(st, fuse_req_ctx(req)->pid, parent, name);
+    if (r == 1)
+        r = cache_unlink(st->cache, parent, name);
     if (r < 0 && r != -ENOENT && r != -EISDIR)
         fs_log(LOG_ERR, "unlink of %s failed: %s", name, strerror(-r));
     fuse_reply_err(req, r < 0 ? -r : 0);
@@ -305,6 +321,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    if (echo_unlink(req, parent, name))
+        return;
     fs_state *st = st_of(req);
     fs_dbg("rmdir %llu/%s", (unsigned long long)parent, name);
     int r = st->read_only ? -EROFS : reserved(parent, name) ? -EPERM
@@ -320,7 +338,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
            (unsigned long long)newparent, newname);
     int r = st->read_only ? -EROFS
             : (reserved(parent, name) || reserved(newparent, newname)) ? -EPERM
-            : cache_rename(st->cache, parent, name, newparent, newname, flags);
+            : scratch_rename(st, fuse_req_ctx(req)->pid, parent, name, newparent, newname,
+                             flags);
+    if (r == 1)
+        r = cache_rename(st->cache, parent, name, newparent, newname, flags);
     if (r < 0 && r != -ENOENT && r != -EEXIST && r != -ENOTEMPTY && r != -EXDEV &&
         r != -EINVAL && r != -EISDIR && r != -ENOTDIR)
         fs_log(LOG_ERR, "rename of %s to %s failed: %s", name, newname, strerror(-r));
@@ -370,6 +391,8 @@ static void open_cluster(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    if (echo_open(req, ino, fi))
+        return;
     fs_state *st = st_of(req);
     int acc = fi->flags & O_ACCMODE;
     if (cluster_is_ino(ino)) {
@@ -386,10 +409,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (r == 0 && acc != O_RDONLY && st->read_only)
         r = -EROFS;
     if (r == 0) {
-        if (acc == O_RDONLY)
+        if (acc == O_RDONLY) {
+            scratch_note_read(fuse_req_ctx(req)->pid, ino, a.mod_revision);
             r = handle_open_read(st, ino, &h);
-        else
+        } else {
+            scratch_base_rev(fuse_req_ctx(req)->pid, &a);
             r = handle_open_write(st, ino, &a, (fi->flags & O_TRUNC) != 0, false, &h);
+        }
     }
     if (r < 0) {
         fuse_reply_err(req, -r);
@@ -411,17 +437,22 @@ static int make_file(fs_state *st, uint64_t parent, const char *name, bool excl,
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
+    if (echo_create(req, parent, name, fi))
+        return;
     fs_state *st = st_of(req);
     cache_attr a;
     fs_handle *h = NULL;
     fs_dbg("create %llu/%s flags 0%o", (unsigned long long)parent, name, fi->flags);
-    int r = make_file(st, parent, name, (fi->flags & O_EXCL) != 0, &a);
+    /* O_EXCL is checked against the mount's names; a held-back key is rewritten. */
+    int r = make_file(st, parent, name,
+                      (fi->flags & O_EXCL) != 0 && !scratch_ghost(parent, name), &a);
     if (r < 0) {
         fuse_reply_err(req, -r);
         return;
     }
     /* Without O_EXCL an existing key may come back: then this is an open of it. */
     bool is_new = a.mod_revision == 0;
+    scratch_created(st, fuse_req_ctx(req)->pid, parent, name, &a);
     r = handle_open_write(st, a.ino, &a, (fi->flags & O_TRUNC) != 0, is_new, &h);
     if (r < 0) {
         cache_forget(st->cache, a.ino, 1);
@@ -448,7 +479,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         return;
     }
     int r = make_file(st, parent, name, true, &a);
-    if (r == 0) {
+    if (r == 0 && !scratch_created(st, fuse_req_ctx(req)->pid, parent, name, &a)) {
         /* No handle will save it: the key exists from now on, empty. */
         r = cache_write(st->cache, a.ino, "", 0, 0, &a);
         if (r < 0)
@@ -462,6 +493,10 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void read_cluster(fuse_req_t req, cluster_file *f, size_t size, off_t off)
 {
+    if (cluster_events(f)) {         /* .cluster/events blocks until a change */
+        events_read(cluster_events(f), req, size);
+        return;
+    }
     char *buf = malloc(size ? size : 1);
     long n = buf ? cluster_read(f, buf, size, off) : -ENOMEM;
     if (n < 0)
@@ -483,6 +518,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
+    if (echo_write(req, size, fi))
+        return;
     long r = cluster_is_ino(ino)
         ? cluster_write((cluster_file *)(uintptr_t)fi->fh, buf, size, off)
         : handle_write((fs_handle *)(uintptr_t)fi->fh, buf, size, off);
@@ -494,6 +531,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    if (echo_flush(req, fi))
+        return;
     int r = cluster_is_ino(ino) ? 0
             : handle_flush((fs_handle *)(uintptr_t)fi->fh, fuse_req_ctx(req)->pid);
     fuse_reply_err(req, r < 0 ? -r : 0);
@@ -507,6 +546,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    if (echo_release(req, fi))
+        return;
     if (cluster_is_ino(ino))
         cluster_release((cluster_file *)(uintptr_t)fi->fh);
     else

@@ -263,6 +263,8 @@ static int parse_mount_opt(etcdfs_opts *o, char *tok, char *err, size_t errlen)
     if (!val && strcmp(name, "rw") == 0) { o->read_only = false; return 0; }
     if (!val && strcmp(name, "allow_other") == 0) { o->allow_other = true; return 0; }
     if (!val && strcmp(name, "debug") == 0) { o->debug = true; return 0; }
+    if (!val && strcmp(name, "noinotify") == 0) { o->no_inotify = true; return 0; }
+    if (!val && strcmp(name, "inotify") == 0) { o->no_inotify = false; return 0; }
     if (val && strcmp(name, "uid") == 0 && parse_uint(val, 10, (uid_t)-2, &v) == 0) {
         o->uid = (uid_t)v;
         return 0;
@@ -280,6 +282,11 @@ static int parse_mount_opt(etcdfs_opts *o, char *tok, char *err, size_t errlen)
     if (val && strcmp(name, "quota") == 0 && options_parse_size(val, &o->quota) == 0 &&
         o->quota > 0)
         return 0;
+    if (val && (strcmp(name, "scratch") == 0 || strcmp(name, "scratch_excl") == 0)) {
+        char **dst = name[7] ? &o->scratch_excl : &o->scratch;
+        free(*dst);
+        return (*dst = strdup(val)) ? 0 : set_err(err, errlen, "out of memory");
+    }
     if (val && strcmp(name, "conflict") == 0) {
         if (strcmp(val, "fail") == 0) { o->conflict_fail = true; return 0; }
         if (strcmp(val, "overwrite") == 0) { o->conflict_fail = false; return 0; }
@@ -505,6 +512,8 @@ void options_free(etcdfs_opts *o)
     free(o->prefix);
     free(o->mountpoint);
     free(o->fuse_opts);
+    free(o->scratch);
+    free(o->scratch_excl);
     memset(o, 0, sizeof(*o));
 }
 
@@ -539,7 +548,12 @@ void options_usage(FILE *f)
 "       value_cache=SIZE          memory for values, K/M/G (default 512M)\n"
 "       conflict=overwrite|fail   a save overwrites concurrent changes (default), or fails\n"
 "                                 with EBUSY when the key changed since it was opened\n"
+"       scratch=GLOB:GLOB[@prog/prog]   names of editors' scratch files, kept in memory only\n"
+"                                 (see docs/EDITORS.md; \"scratch=\" turns it off)\n"
+"       scratch_excl=GLOB:GLOB    names never treated as scratch\n"
 "       quota=SIZE                backend quota shown by df (default 2G)\n"
+"       noinotify                 remote changes raise no inotify events (default: they\n"
+"                                 are replayed on the mount, see .cluster/events too)\n"
 "       debug                     same as -d\n"
 "       endpoints=, cacert=, cert=, key=, user=, password=, prefix=, dial_timeout=,\n"
 "       command_timeout=, insecure_skip_tls_verify   as the flags above (for fstab;\n"

@@ -31,6 +31,8 @@ typedef struct etcdfs_opts {
     uint64_t value_cache;
     uint64_t quota;
     bool conflict_fail;
+    char *scratch, *scratch_excl;   /* -o scratch= / scratch_excl= (NULL: default) */
+    bool no_inotify;            /* -o noinotify: no echo of remote changes (fs/echo.c) */
     char *fuse_opts;            /* comma list for fuse_session_new ("" when none) */
 
     bool help, version;

@@ -69,7 +69,7 @@ mount_etcdfs "$MNT" || { not_ok "etcdfs mounted"; done_testing; }
 LOG=$ETCDFS_LOG
 
 check "ls .cluster lists the files" bash -c \
-    'ls "$1" | tr "\n" " " | grep -qx "alarms compact defrag health leader members members.json revision snapshot status status.json "' \
+    'ls "$1" | tr "\n" " " | grep -qx "alarms compact defrag events health leader members members.json revision snapshot status status.json "' \
     _ "$C"
 mode=$(stat -c '%a %s' "$C/members" "$C/leader" | tr '\n' ' ')
 check_eq "modes: read-only files 0400, writable 0600, size 0" "400 0 600 0 " "$mode"
