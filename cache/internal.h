@@ -130,6 +130,8 @@ struct cache {
     bool thread_started;
     etcd_watch *watch;
     uint64_t resyncs;
+    bool rewind;               /* (c->lock) this resync found etcd at an older revision than
+                                * the cache (restored from a snapshot): replace, don't merge */
     int test_watch_req;        /* test hook: 1 stop the watch, 2 start it again */
 };
 

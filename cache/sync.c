@@ -164,14 +164,17 @@ static void apply_put_locked(cache *c, const etcd_kv *kv, bool may_evict)
 {
     wait_inflight_locked(c, kv->key, kv->key_len);
     hent *t = hmap_get(&c->tombs, 0, kv->key, kv->key_len);
-    if (t && t->num >= kv->mod_revision)
+    if (t && t->num >= kv->mod_revision && !c->rewind)
         return;
     node *n = tree_file_for_key_locked(c, kv->key, kv->key_len, false);
     if (n) {
         n->seen_gen = c->gen;
-        if (kv->mod_revision < n->mod_rev)
+        /* After a restore revisions mean another history: whatever differs is replaced. */
+        bool other = c->rewind && (kv->mod_revision != n->mod_rev ||
+                                   kv->create_revision != n->create_rev);
+        if (kv->mod_revision < n->mod_rev && !other)
             return;
-        if (kv->mod_revision == n->mod_rev) {
+        if (kv->mod_revision == n->mod_rev && !other) {
             n->create_rev = kv->create_revision;
             n->version = kv->version;
             n->lease = kv->lease;
@@ -264,9 +267,17 @@ static int load_page(cache *c, const uint8_t *key, size_t key_len, int64_t *rev,
     int rc = etcd_range(c->cfg.client, &req, &resp, err);
     if (rc < 0)
         return rc;
-    if (*rev == 0)
-        *rev = resp.header.revision;
     pthread_mutex_lock(&c->lock);
+    if (*rev == 0) {
+        *rev = resp.header.revision;
+        /* A quorum Range older than what the cache has applied: etcd was restored from a
+         * snapshot (its history went back). The load then replaces instead of merging. */
+        c->rewind = !c->quiet && *rev < c->revision;
+        if (c->rewind)
+            fprintf(stderr, "etcdfs: cache: etcd is at revision %lld, behind the cache's %lld "
+                    "(restored from a snapshot?): replacing the cache\n",
+                    (long long)*rev, (long long)c->revision);
+    }
     for (size_t i = 0; i < resp.n_kvs; i++)
         apply_put_locked(c, &resp.kvs[i], !c->quiet);
     pthread_mutex_unlock(&c->lock);
@@ -314,11 +325,14 @@ int sync_load(cache *c, bool initial, etcd_error *err)
     free(owned);
     pthread_mutex_lock(&c->lock);
     if (rc == 0) {
-        sweep_unseen_locked(c, rev);
-        if (rev > c->revision)
+        sweep_unseen_locked(c, c->rewind ? INT64_MAX : rev);
+        if (rev > c->revision || c->rewind)
             c->revision = rev;
+        if (c->rewind)
+            hmap_free(&c->tombs);    /* they name revisions of the lost history */
         purge_tombs_locked(c);
     }
+    c->rewind = false;
     c->quiet = false;
     pthread_mutex_unlock(&c->lock);
     return rc;

@@ -2,10 +2,23 @@
  * byte budget with least-recently-used eviction, and the fetch of a value that is not held
  * (one Range of the key, made with no lock held). */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* glibc's defaults make a bounded value store unbounded in practice: values freed by eviction
+ * stay in the heap (the mmap threshold grows to 32 MiB after the first big value is freed) and
+ * every FUSE worker thread gets its own arena holding its own freed fetches. Measured on 50,000
+ * keys / 240 MiB with value_cache=64M: RSS 215 MiB after one grep -r with the defaults, 117 MiB
+ * with these. Values of 64 KiB and more are then their own mappings, returned on free. Set once,
+ * before main(), for the process that links the cache (the daemon and its tests). */
+__attribute__((constructor)) static void values_malloc_tune(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    mallopt(M_ARENA_MAX, 2);
+}
 
 cache_value *values_new(const void *data, size_t len, int64_t mod_rev)
 {

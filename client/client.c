@@ -202,6 +202,9 @@ int etcd_client_new(const etcd_config *cfg, etcd_client **out, etcd_error *err)
         .cacert = cfg->cacert, .cert = cfg->cert, .key = cfg->key,
         .insecure_skip_verify = cfg->insecure_skip_verify,
         .dial_timeout_ms = cfg->dial_timeout_ms > 0 ? cfg->dial_timeout_ms : 5000,
+        /* The library's defaults are etcdctl-like (PING after 10 s idle, 5 s to answer);
+         * etcdfs asks for 5.5 s / 2.5 s so a hung member is left within ~8 s (etcd's
+         * --grpc-keepalive-min-time is 5 s: the margin keeps "too_many_pings" away). */
         .keepalive_time_ms = cfg->keepalive_time_ms > 0 ? cfg->keepalive_time_ms : 10000,
         .keepalive_timeout_ms = cfg->keepalive_timeout_ms > 0 ? cfg->keepalive_timeout_ms : 5000,
     };

@@ -2028,3 +2028,101 @@ int rpc_defer(rpc *r, void (*fn)(void *arg), void *arg)
     }
     return 0;
 }
+
+/* ---- test-only: HTTP/2 fuzzing entry point (tests/fuzz/h2_fuzz.c) ------------------------
+ * Compiled only with -DETCDFS_FUZZ_HOOKS (tests/fuzz/run.sh); owned by the security work.
+ * Feeds `data` as server bytes, `chunk` bytes at a time, into one client session carrying a
+ * unary call and two user streams (one with manual flow control), through the real nghttp2
+ * callbacks above; our own output is discarded. Everything is torn down before returning. */
+#ifdef ETCDFS_FUZZ_HOOKS
+int rpc_fuzz_h2(const uint8_t *data, size_t len, size_t chunk,
+                void (*on_msg)(void *arg, const uint8_t *msg, size_t len));
+
+static void fuzz_on_close(void *arg, const etcd_error *e)
+{
+    (void)arg;
+    (void)e;
+}
+
+int rpc_fuzz_h2(const uint8_t *data, size_t len, size_t chunk,
+                void (*on_msg)(void *arg, const uint8_t *msg, size_t len))
+{
+    rpc *r = calloc(1, sizeof *r);
+    conn *c = calloc(1, sizeof *c);
+    endpoint ep = {.url = "http://fuzz:2379", .host = "fuzz", .authority = "fuzz:2379",
+                   .port = "2379"};
+    nghttp2_option *opt = NULL;
+    if (!r || !c || h2_callbacks_new(&r->h2cbs) < 0 || nghttp2_option_new(&opt) != 0)
+        abort();
+    r->epfd = r->evfd = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->close_cv, NULL);
+    r->pool = (target){.r = r, .eps = &ep, .n = 1, .backoff_ms = RPC_BACKOFF_MS, .conn = c};
+    *c = (conn){.r = r, .t = &r->pool, .ep = &ep, .fd = -1, .state = C_H2WAIT};
+    r->conns = c;
+    loop_owner = r;
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (nghttp2_session_client_new2(&c->h2, r->h2cbs, c, opt) != 0)
+        abort();
+    nghttp2_option_del(opt);
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, RPC_STREAM_WINDOW}};
+    nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2);
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, RPC_CONN_WINDOW);
+
+    rpc_call_opts o = {.method = "/etcdserverpb.KV/Range", .token = "tok", .flags = RPC_IDEMPOTENT};
+    rpc_stream_cbs cbs = {.on_msg = on_msg, .on_close = fuzz_on_close};
+    call *cl = call_new(CALL_UNARY, &o, 10000);
+    struct rpc_stream *s[3] = {stream_new(r, &o, true), stream_new(r, &o, false),
+                               stream_new(r, &o, false)};
+    if (!cl || !s[0] || !s[1] || !s[2] || buf_append_msg(&s[0]->out, (const uint8_t *)"x", 1))
+        abort();
+    s[0]->end_queued = true;
+    s[0]->call = cl;
+    cl->s = s[0];
+    cl->t = &r->pool;
+    s[2]->flags |= RPC_STREAM_MANUAL_FLOW;
+    for (int i = 0; i < 3; i++) {
+        if (i) {
+            s[i]->cbs = cbs;
+            s[i]->arg = s[i];
+            s[i]->unext = r->ustreams;
+            if (r->ustreams)
+                r->ustreams->uprev = s[i];
+            r->ustreams = s[i];
+        }
+        if (conn_submit(c, s[i], i ? 0 : 10000) < 0)
+            abort();
+    }
+    for (size_t off = 0; !c->dead;) {
+        const uint8_t *d;
+        ssize_t n;
+        while (!c->dead && (n = nghttp2_session_mem_send(c->h2, &d)) != 0)
+            if (n < 0)
+                conn_failf(c, ETCD_E_PROTOCOL, "HTTP/2: %s", nghttp2_strerror((int)n));
+        if (off >= len || c->dead)
+            break;
+        size_t k = chunk && chunk < len - off ? chunk : len - off;
+        ssize_t rv = nghttp2_session_mem_recv(c->h2, data + off, k);
+        if (rv < 0)
+            conn_failf(c, ETCD_E_PROTOCOL, "HTTP/2 protocol error: %s", nghttp2_strerror((int)rv));
+        off += k;
+    }
+    int rc = cl->finished ? cl->rc : 1;
+    etcd_error e = {.code = ETCD_E_CANCELLED, .grpc_status = -1};
+    conn_fail(c, &e);
+    while (r->ustreams) {
+        struct rpc_stream *u = r->ustreams;
+        stream_user_close(u);   /* unlinks and frees */
+    }
+    stream_free(s[0]);
+    call_free(cl);
+    conn_destroy(c);
+    loop_owner = NULL;
+    nghttp2_session_callbacks_del(r->h2cbs);
+    pthread_cond_destroy(&r->close_cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    return rc;
+}
+#endif

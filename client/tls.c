@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *last_ssl_reason(char *buf, size_t len)
@@ -30,6 +32,19 @@ static int load_error(etcd_error *err, const char *what, const char *file)
                               strerror(errno));
     return etcd_error_set(err, ETCD_E_TLS, -1, "cannot load %s %s: %s", what, file,
                           last_ssl_reason(tmp, sizeof tmp));
+}
+
+/* A private key others can read is as good as theirs: say so (etcdctl does not; ssh does).
+ * Only a warning: kubeadm's keys are 0600 root, and refusing would break odd but deliberate
+ * setups (a group-readable key for a monitoring group). */
+static void warn_key_mode(const char *key)
+{
+    struct stat st;
+    if (stat(key, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        fprintf(stderr, "warning: client key %s is accessible by group or others (mode %04o): "
+                "chmod 600 %s\n", key, (unsigned)(st.st_mode & 07777), key);
 }
 
 int tls_ctx_new(const char *cacert, const char *cert, const char *key, bool insecure_skip_verify,
@@ -71,6 +86,12 @@ int tls_ctx_new(const char *cacert, const char *cert, const char *key, bool inse
         SSL_CTX_free(ctx);
         return rc;
     }
+    if (cert && *cert)
+        warn_key_mode(key);
+    if (insecure_skip_verify)
+        fprintf(stderr, "warning: --insecure-skip-tls-verify: the server certificate is not "
+                "verified; anyone on the network path can pose as etcd and read or change "
+                "every key\n");
     SSL_CTX_set_verify(ctx, insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     *out = ctx;
     return 0;

@@ -51,6 +51,7 @@ struct watch_mux {
     bool need_reopen, need_reauth, shutdown;
     int backoff_ms;
     etcd_error last_err;            /* why the stream last failed */
+    uint64_t cluster_id;            /* the cluster the watches were made on (0: not yet) */
     pthread_t thr;
     pthread_t loop_tid;
     bool have_loop_tid;
@@ -201,6 +202,18 @@ static void cancel_error(etcd_error *e, const Etcdserverpb__WatchResponse *r)
     }
 }
 
+/* A re-created watch answered by a different cluster, or at a revision older than events
+ * already delivered. A member that lags behind can also answer below next_rev: that costs a
+ * needless resync (whose Range is linearizable), never a wrong tree. */
+static bool identity_changed(struct watch_mux *m, const etcd_watch *w, const etcd_header *h)
+{
+    if (m->cluster_id && h->cluster_id && h->cluster_id != m->cluster_id) {
+        m->cluster_id = h->cluster_id;
+        return true;
+    }
+    return w->next_rev > 1 && h->revision > 0 && h->revision < w->next_rev - 1;
+}
+
 static void handle_created(struct watch_mux *m, Etcdserverpb__WatchResponse *r)
 {
     etcd_watch *w = m->creating;
@@ -244,6 +257,21 @@ static void handle_created(struct watch_mux *m, Etcdserverpb__WatchResponse *r)
         kick_creates(m);
         return;
     }
+    if (w->start_done && identity_changed(m, w, &h)) {
+        /* Another cluster (restored from a snapshot) or a revision that went back: events
+         * from next_rev on would be a mixture. The owner resyncs from a Range. */
+        etcd_error e;
+        etcd_error_set(&e, ETCD_E_INTERNAL, -1, "etcd changed under the watch (cluster id "
+                       "%016llx, revision %lld, expected at least %lld): history lost",
+                       (unsigned long long)h.cluster_id, (long long)h.revision,
+                       (long long)w->next_rev - 1);
+        send_cancel(m, r->watch_id);
+        finish(m, w, 0, &e);
+        kick_creates(m);
+        return;
+    }
+    if (h.cluster_id)
+        m->cluster_id = h.cluster_id;
     w->id = r->watch_id;
     w->state = W_ACTIVE;
     w->auth_retried = false;

@@ -97,9 +97,11 @@ static char *prompt_password(const char *user)
         return NULL;
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
+    /* Echo off (dropping earlier type-ahead) before the prompt shows: whatever is typed once
+     * the prompt is visible is neither echoed nor flushed. */
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
     fprintf(stderr, "Password for %s: ", user);
     fflush(stderr);
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
     char *line = NULL;
     size_t cap = 0;
     ssize_t n = getline(&line, &cap, stdin);

@@ -83,8 +83,18 @@ static void deadline_after(struct timespec *ts, int ms)
     ts->tv_nsec %= 1000000000L;
 }
 
+static uint64_t generation;
+
+uint64_t notify_generation(void)
+{
+    return __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
+}
+
 void notify_cache_event(void *arg, const cache_event *ev)
 {
+    /* The cache applied ev before telling us: a snapshot taken after reading the old
+     * generation may already hold ev, never the other way. */
+    __atomic_add_fetch(&generation, 1, __ATOMIC_ACQ_REL);
     /* .cluster/events and the inotify echo (echo.c); true: the echo removes the entry */
     bool echoed = events_cache_event(ev);
     (void)arg;

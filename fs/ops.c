@@ -114,6 +114,8 @@ static void reply_entry(fuse_req_t req, fs_state *st, const cache_attr *a)
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+static bool no_opendir;
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     fs_state *st = userdata;
@@ -128,6 +130,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    /* opendir answers ENOSYS: the kernel then sends no OPENDIR/RELEASEDIR (half of what
+     * `find` costs) and caches listings itself; readdir works without a handle. */
+    no_opendir = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
     /* No locks: etcd has its own; the kernel does local POSIX locks without us. */
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->time_gran = 1;
@@ -197,6 +202,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fs_state *st = st_of(req);
     cache_attr a;
     struct stat s;
+    fs_dbg("getattr %llu", (unsigned long long)ino);
     if (cluster_is_ino(ino)) {
         int r = cluster_getattr(ino, &s);
         if (r < 0)
@@ -370,6 +376,9 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi, fs_handle *h)
 {
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->keep_cache = 1;             /* notify.c invalidates on change */
+    /* A read handle has nothing to save: close(2) then costs no FLUSH round trip (grep -r
+     * opens every file once). */
+    fi->noflush = !handle_writable(h);
     if (fuse_reply_open(req, fi) < 0)
         handle_release(h);
 }
@@ -509,6 +518,7 @@ static void read_cluster(fuse_req_t req, cluster_file *f, size_t size, off_t off
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
+    fs_dbg("read %llu %zu@%lld", (unsigned long long)ino, size, (long long)off);
     if (cluster_is_ino(ino))
         read_cluster(req, (cluster_file *)(uintptr_t)fi->fh, size, off);
     else
@@ -533,6 +543,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     if (echo_flush(req, fi))
         return;
+    fs_dbg("flush %llu", (unsigned long long)ino);
     int r = cluster_is_ino(ino) ? 0
             : handle_flush((fs_handle *)(uintptr_t)fi->fh, fuse_req_ctx(req)->pid);
     fuse_reply_err(req, r < 0 ? -r : 0);
@@ -548,6 +559,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     if (echo_release(req, fi))
         return;
+    fs_dbg("release %llu", (unsigned long long)ino);
     if (cluster_is_ino(ino))
         cluster_release((cluster_file *)(uintptr_t)fi->fh);
     else
@@ -572,6 +584,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     cache_attr a;
     struct stat cs;
     bool cluster = cluster_is_ino(ino);
+    fs_dbg("opendir %llu", (unsigned long long)ino);
+    if (no_opendir) {
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
     int r = cluster ? cluster_getattr(ino, &cs) : cache_getattr(st->cache, ino, &a);
     if (r == 0 && (cluster ? !S_ISDIR(cs.st_mode) : !a.is_dir))
         r = -ENOTDIR;
@@ -608,6 +625,53 @@ static int dir_load(fs_state *st, dir_handle *d, fuse_ino_t ino, off_t off)
     if (r == 0)
         d->loaded = true;
     return r;
+}
+
+/* Without OPENDIR (no_opendir) a listing has no handle: the snapshot taken at offset 0 is
+ * kept here for the calls that continue it, while no cache event happened since (a changed
+ * directory is listed again, as a new opendir would). Small: listings are read through. */
+#define DSNAP_SLOTS 8
+static pthread_mutex_t dsnap_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct dsnap {
+    uint64_t ino, gen;
+    cache_dirent *ents;
+    size_t n;
+    bool used;
+} dsnap[DSNAP_SLOTS];
+static unsigned dsnap_next;
+
+/* Fills the stack handle d for ino, with dsnap_mu held (the caller unlocks). */
+static int dsnap_view(fs_state *st, fuse_ino_t ino, off_t off, dir_handle *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->cluster = cluster_is_ino(ino);
+    struct stat cs;
+    d->with_cluster = ino == CACHE_ROOT_INO && cluster_lookup(ino, RESERVED_NAME, &cs) == 0;
+    pthread_mutex_lock(&dsnap_mu);
+    if (d->cluster)
+        return 0;
+    uint64_t gen = notify_generation();     /* before the snapshot: see notify_generation */
+    struct dsnap *s = NULL;
+    for (size_t i = 0; i < DSNAP_SLOTS && !s; i++)
+        if (dsnap[i].used && dsnap[i].ino == ino)
+            s = &dsnap[i];
+    if (!s || off == 0 || s->gen != gen) {
+        if (!s)
+            s = &dsnap[dsnap_next++ % DSNAP_SLOTS];
+        if (s->used)
+            cache_dirents_free(s->ents, s->n);
+        s->used = false;
+        int r = cache_readdir(st->cache, ino, &s->ents, &s->n);
+        if (r < 0)
+            return r;
+        s->ino = ino;
+        s->gen = gen;
+        s->used = true;
+    }
+    d->ents = s->ents;
+    d->n = s->n;
+    d->loaded = true;
+    return 0;
 }
 
 /* Entry i of the listing ("." and ".." first). False past the end. */
@@ -655,13 +719,23 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     fs_state *st = st_of(req);
     dir_handle *d = (dir_handle *)(uintptr_t)fi->fh;
-    pthread_mutex_lock(&d->mu);
-    int r = dir_load(st, d, ino, off);
+    dir_handle view;                /* no_opendir: no handle, a view of a kept snapshot */
+    pthread_mutex_t *mu = d ? &d->mu : &dsnap_mu;
+    fs_dbg("readdir%s %llu %zu@%lld", plus ? "plus" : "", (unsigned long long)ino, size,
+           (long long)off);
+    int r;
+    if (d) {
+        pthread_mutex_lock(mu);
+        r = dir_load(st, d, ino, off);
+    } else {
+        r = dsnap_view(st, ino, off, &view);
+        d = &view;
+    }
     char *buf = r == 0 ? malloc(size) : NULL;
     if (r == 0 && !buf)
         r = -ENOMEM;
     if (r < 0) {
-        pthread_mutex_unlock(&d->mu);
+        pthread_mutex_unlock(mu);
         fuse_reply_err(req, -r);
         return;
     }
@@ -680,7 +754,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             cache_ref(st->cache, e.ino, 1);
         pos += len;
     }
-    pthread_mutex_unlock(&d->mu);
+    pthread_mutex_unlock(mu);
     fuse_reply_buf(req, buf, pos);
     free(buf);
 }
@@ -700,6 +774,10 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     dir_handle *d = (dir_handle *)(uintptr_t)fi->fh;
+    if (!d) {
+        fuse_reply_err(req, 0);
+        return;
+    }
     if (d->loaded)
         cache_dirents_free(d->ents, d->n);
     pthread_mutex_destroy(&d->mu);

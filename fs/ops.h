@@ -88,5 +88,8 @@ void notify_activate(void);
 void notify_cache_event(void *arg, const cache_event *ev);
 /* Stops and joins the thread; later events are dropped. */
 void notify_stop(void);
+/* Bumped by every cache event (before it is queued): a listing taken after reading a value of
+ * it is current until the value changes (ops.c reuses directory snapshots on that rule). */
+uint64_t notify_generation(void);
 
 #endif

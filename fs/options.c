@@ -521,6 +521,8 @@ void options_usage(FILE *f)
 {
     fputs(
 "Usage: etcdfs [options] MOUNTPOINT\n"
+"       etcdfs ENDPOINTS MOUNTPOINT [-o OPT,...]      (the form mount.fuse3 and fstab use:\n"
+"                                                    mount -t fuse.etcdfs ENDPOINTS MOUNTPOINT)\n"
 "\n"
 "Mounts an etcd v3 keyspace as a filesystem: keys are files, '/' separates directories.\n"
 "Returns once the mount is ready; unmount with 'fusermount3 -u MOUNTPOINT'.\n"
@@ -559,6 +561,7 @@ void options_usage(FILE *f)
 "       command_timeout=, insecure_skip_tls_verify   as the flags above (for fstab;\n"
 "                                 endpoints in -o are separated by '+' or ',')\n"
 "       fsname=, subtype=, noatime, nosuid, nodev, noexec, auto_unmount, ...  for FUSE\n"
+"       _netdev, nofail, auto, noauto, user, users, defaults, x-*   for mount(8), ignored\n"
 "\n"
 "General options:\n"
 "  -f, --foreground               stay in the foreground\n"
@@ -566,6 +569,7 @@ void options_usage(FILE *f)
 "  -h, --help                     this text\n"
 "  -V, --version                  versions of etcdfs and its libraries\n"
 "\n"
+"Logs go to stderr with -f, to syslog once in the background. See etcdfs(1).\n"
 "Notes: chmod, chown and utimes are accepted but not stored. '.cluster' at the root is\n"
 "reserved. Values larger than etcd's request limit (1.5 MiB by default) fail with EFBIG.\n",
         f);

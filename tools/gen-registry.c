@@ -149,6 +149,7 @@ typedef struct registry {
     size_t n_ns;
     size_t first_node;    /* index of the first K_MINION item */
     size_t n_nodes;
+    size_t want_nodes;    /* --nodes: 0 = 1 per 100 keys, at most 500 */
     uint64_t seed;
     const char *prefix;
 } registry;
@@ -386,6 +387,8 @@ static int registry_build(registry *g, size_t n_keys, size_t n_big)
         return -ENOMEM;
     rng r = { g->seed };
     size_t n_ns = clamp(n_keys / 40, 4, 400), n_nodes = clamp(n_keys / 100, 1, 500);
+    if (g->want_nodes)     /* a big cluster: one minion and one lease per node, in 2 wide dirs */
+        n_nodes = g->want_nodes < n_keys / 2 ? g->want_nodes : n_keys / 2;
     size_t big_cap = g->cap;
     g->cap = n_keys;                      /* the big values come on top of --keys */
     gen_namespaces(g, n_ns < n_keys ? n_ns : n_keys);
@@ -748,7 +751,7 @@ static void *writer(void *arg)
 
 typedef struct opts {
     const char *endpoints, *cacert, *cert, *key, *user, *password, *prefix, *out;
-    size_t keys, big;
+    size_t keys, big, nodes;
     uint64_t seed;
     int jobs;
     bool clean, list;
@@ -765,6 +768,8 @@ static void usage(FILE *f)
         "  --user=NAME --password=PW   etcd auth\n"
         "  --keys=N             number of keys (default 10000)\n"
         "  --big=K              K more keys with values near 1 MiB\n"
+        "  --nodes=N            N nodes (minions and leases: two N-entry directories;\n"
+        "                       default 1 per 100 keys, at most 500)\n"
         "  --seed=S             generator seed (default 1)\n"
         "  --prefix=P           key prefix (default /registry)\n"
         "  --out=DIR            also write each key K as the file DIR/K\n"
@@ -791,6 +796,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         { "cert", required_argument, NULL, 'c' }, { "key", required_argument, NULL, 'k' },
         { "user", required_argument, NULL, 'u' }, { "password", required_argument, NULL, 'p' },
         { "keys", required_argument, NULL, 'n' }, { "big", required_argument, NULL, 'b' },
+        { "nodes", required_argument, NULL, 'N' },
         { "seed", required_argument, NULL, 's' }, { "prefix", required_argument, NULL, 'P' },
         { "out", required_argument, NULL, 'o' }, { "jobs", required_argument, NULL, 'j' },
         { "clean", no_argument, NULL, 'x' }, { "list", no_argument, NULL, 'l' },
@@ -812,6 +818,7 @@ static int parse_opts(int argc, char **argv, opts *o)
         case 'l': o->list = true; break;
         case 'n': if (parse_size(optarg, &o->keys) < 0) goto bad; break;
         case 'b': if (parse_size(optarg, &o->big) < 0) goto bad; break;
+        case 'N': if (parse_size(optarg, &o->nodes) < 0) goto bad; break;
         case 's': if (parse_size(optarg, &v) < 0) goto bad; o->seed = v; break;
         case 'j':
             if (parse_size(optarg, &v) < 0 || v < 1 || v > GEN_MAX_JOBS) goto bad;
@@ -924,7 +931,7 @@ int main(int argc, char **argv)
     opts o;
     if (parse_opts(argc, argv, &o) < 0)
         return 2;
-    registry g = { .seed = o.seed, .prefix = o.prefix };
+    registry g = { .seed = o.seed, .prefix = o.prefix, .want_nodes = o.nodes };
     if (registry_build(&g, o.keys, o.big) < 0) {
         fprintf(stderr, "gen-registry: out of memory\n");
         return 1;

@@ -84,6 +84,8 @@ else
     trap 'exit 130' INT TERM
 fi
 
+# Timings on a shared machine swing with its load: recorded at the start and the end.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 etcd_start || { echo "bench: cannot start etcd" >&2; exit 1; }
 declare -F at_exit >/dev/null && at_exit stop_mount
 EP=${ETCD_ENDPOINTS%%,*}
@@ -286,6 +288,7 @@ printf '%-44s %12s %12s %15s %16s  %s\n' "etcdfs benchmark ($KEYS keys, best of 
     "etcdfs" "baseline" "ratio" "goal" ""
 printf '%s\n' "${ROWS[@]}" "$LAT_ROW" "$RSS_LINE"
 echo "latency detail: $LAT"
+echo "load average: start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 echo "goals missed: $MISSED"
 [ "$STRICT" -eq 1 ] && [ "$MISSED" -gt 0 ] && exit 1
 exit 0

@@ -39,7 +39,7 @@ roundtrip() {
     v1="v1 of $desc"
     v2=$(printf 'second\nvalue %s \001\002' "$RANDOM")
     ectl put "$key" "$v1" >/dev/null || { not_ok "$desc: etcdctl put"; return; }
-    if ! wait_until 2 test -f "$path"; then
+    if ! wait_until 5 test -f "$path"; then
         not_ok "$desc: key $(short "$(hex "$key")") appears as $(short "$3")"
         diag "$(ls -laR "$MNT" 2>&1 | head -n 40)"
         return

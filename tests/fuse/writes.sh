@@ -89,6 +89,8 @@ check_eq "explicit open/write/write/close: one Put" 2 "$(puts /h)"
 lease_hex=$(ectl lease grant 600 | awk '{print $2}')
 lease_dec=$((16#$lease_hex))
 ectl put --lease="$lease_hex" /leased before >/dev/null
+# A remote put reaches the mount through the watch: wait for it (bounded) before reading.
+wait_until 5 test -e "$MNT/leased"
 check_eq "the mount shows the lease" "$lease_dec" \
     "$(getfattr --absolute-names --only-values -n user.etcd.lease "$MNT/leased" 2>&1)"
 echo after >"$MNT/leased"
