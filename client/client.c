@@ -2,6 +2,7 @@
  * call helper every API module uses: protobuf packing, token metadata, and one transparent
  * re-authentication when etcd says the token is invalid or expired. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -110,6 +111,56 @@ int client_reauth(etcd_client *c, unsigned long gen, etcd_error *err)
     return rc;
 }
 
+/* protobuf-c unpacks nested messages recursively: a hostile server could nest TxnResponses
+ * (ResponseOp.response_txn) deep enough to overflow the stack well under the 64 MiB message cap.
+ * We never send nested Txns, so any nesting deeper than this is refused before unpacking. */
+#define PB_MAX_DEPTH 32
+
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* false only when a message nests deeper than PB_MAX_DEPTH; malformed input is left to the
+ * unpacker, which reports it. */
+static bool pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                        int depth)
+{
+    if (depth > PB_MAX_DEPTH)
+        return false;
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t tag, n;
+        if (!pb_varint(&p, end, &tag))
+            return true;
+        switch (tag & 7) {
+        case 0: if (!pb_varint(&p, end, &n)) return true; break;
+        case 1: p += 8; break;
+        case 5: p += 4; break;
+        case 2: {
+            if (!pb_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return true;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                !pb_depth_ok(f->descriptor, p, (size_t)n, depth + 1))
+                return false;
+            p += n;
+            break;
+        }
+        default: return true;
+        }
+    }
+    return true;
+}
+
 int client_call(etcd_client *c, const char *method, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                 int timeout_ms, unsigned flags, const char *endpoint, etcd_error *err)
@@ -140,7 +191,10 @@ int client_call(etcd_client *c, const char *method, const ProtobufCMessage *req,
             rc = -err->code;
             break;
         }
-        if (rc == 0) {
+        if (rc == 0 && !pb_depth_ok(resp_desc, rbuf, rlen, 0)) {
+            rc = etcd_error_set(err, ETCD_E_PROTOCOL, -1, "%s response nests messages deeper "
+                                "than %d levels: refused", method, PB_MAX_DEPTH);
+        } else if (rc == 0) {
             *resp = protobuf_c_message_unpack(resp_desc, NULL, rlen, rbuf);
             if (!*resp)
                 rc = etcd_error_set(err, ETCD_E_PROTOCOL, -1, "cannot decode %s response",

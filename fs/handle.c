@@ -415,11 +415,17 @@ void handle_release(fs_handle *h)
 
 void handle_commit_all(void)
 {
-    /* At unmount no request runs any more: what editors left open and unsaved is saved. */
+    /* At unmount no request runs any more. A file still open for writing was never closed:
+     * its buffer may be half of what its writer meant (cp killed mid-copy, a SIGTERM during a
+     * write), and etcd must never hold a partial value. So it is not saved: its writer sees
+     * the failure (ENOTCONN) and etcd keeps the old value. */
     pthread_mutex_lock(&reg_mu);
     for (size_t i = 0; i < REG_BUCKETS; i++)
         for (fs_handle *h = reg[i]; h; h = h->next)
-            if (h->dirty && !h->commit_failed)
-                handle_commit(h);
+            if (h->dirty && !h->commit_failed) {
+                char key[512];
+                fs_log(LOG_WARNING, "%s: still open for writing at unmount: not saved, etcd "
+                       "keeps its value", fs_key_str(h->st, h->ino, key, sizeof(key)));
+            }
     pthread_mutex_unlock(&reg_mu);
 }

@@ -831,7 +831,14 @@ static int parse_opts(int argc, char **argv, opts *o)
     size_t pl = strlen(o->prefix);
     while (pl > 0 && o->prefix[pl - 1] == '/')     /* "/registry/" means "/registry" */
         pl--;
-    o->prefix = strndup(o->prefix, pl);
+    static char prefix_buf[4096];       /* lives as long as the process: nothing to free */
+    if (pl >= sizeof(prefix_buf)) {
+        fprintf(stderr, "gen-registry: --prefix is too long\n");
+        return -EINVAL;
+    }
+    memcpy(prefix_buf, o->prefix, pl);
+    prefix_buf[pl] = '\0';
+    o->prefix = prefix_buf;
     if (optind < argc) {
         fprintf(stderr, "gen-registry: unexpected argument '%s'\n", argv[optind]);
         return -EINVAL;

@@ -8,7 +8,9 @@
  *   hanging); oneway: forward client→server only (answers are held back: an unknown outcome).
  * The file is re-read when it changes (checked every 10 ms); the mode in force is then written
  * to CONTROL_FILE.state, so a test knows when a change took effect. Loopback only. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

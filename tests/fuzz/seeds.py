@@ -105,3 +105,14 @@ for d, items in (("h2_fuzz", {k: bytes([i]) + v for i, (k, v) in enumerate(H2.it
     for name, data in items.items():
         with open(os.path.join(base, d, name), "wb") as f:
             f.write(data)
+
+# Known open finding (not in the corpus, it would fail CI until fixed): a TxnResponse nested
+# 100000 deep (~800 KB, under the 64 MiB message cap) overflows the stack inside protobuf-c's
+# recursive unpack. `python3 tests/fuzz/seeds.py --deep FILE` writes it for proto_fuzz.
+import sys
+if len(sys.argv) == 3 and sys.argv[1] == "--deep":
+    inner = b""
+    for _ in range(100000):
+        inner = fld(3, fld(4, inner))
+    with open(sys.argv[2], "wb") as f:
+        f.write(bytes([3]) + inner)
