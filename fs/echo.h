@@ -8,7 +8,7 @@
 #include "ops.h"
 
 #define ECHO_QUEUE_MAX 65536
-#define ECHO_DIR_SETTLE_MS 20    /* after a new directory: time for `inotifywait -r` to watch it */
+#define ECHO_DIR_SETTLE_MS 100   /* after a new directory: time for `inotifywait -r` to watch it */
 
 /* mountpoint: absolute path of the mount. Starts the echo thread (idle until echo_activate). */
 int echo_start(fs_state *st, const char *mountpoint);

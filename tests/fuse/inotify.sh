@@ -89,6 +89,10 @@ check "... and they are gone" wait_until $T test ! -e "$MNT/w/p"
 for i in $(seq 1 50); do printf 'put /w/m/k%02d v%d\n' "$i" "$i"; done >"$TEST_TMP/txn1"
 txn_file() { { echo; cat "$1"; echo; echo; } | ectl txn >/dev/null; }
 head -n 25 "$TEST_TMP/txn1" >"$TEST_TMP/t1"; tail -n 25 "$TEST_TMP/txn1" >"$TEST_TMP/t2"
+# The directory first: a watcher can only follow into it once it has read its IN_CREATE, and
+# this case is about the 50 files, not about racing inotifywait -r (covered above).
+ectl put /w/m/seed v0 >/dev/null
+check "the directory of the 50 keys is watched" wait_until $T seen CREATE,ISDIR w/m
 txn_file "$TEST_TMP/t1"; txn_file "$TEST_TMP/t2"
 all_created() { [ "$(grep -c "^CREATE $MNT/w/m/k" "$EV")" -eq 50 ]; }
 check "50 new keys: 50 IN_CREATE" wait_until $T all_created
