@@ -17,7 +17,9 @@ struct fs_handle {
     uint64_t ino;
     bool writable;
     pthread_mutex_t mu;             /* serialises read/write/flush on this handle */
-    cache_value *snap;              /* read handles */
+    cache_value *snap;              /* read handles (swapped only under mu) */
+    bool snap_from_cache;           /* snap is a key's value (not a scratch file's) */
+    bool served;                    /* a read was answered from snap */
     uint8_t *buf;                   /* write handles */
     size_t len, cap;
     bool dirty;
@@ -141,8 +143,10 @@ int handle_open_read(fs_state *st, uint64_t ino, fs_handle **out)
     if (!h)
         return -ENOMEM;
     int r = scratch_snapshot(ino, &h->snap);
-    if (r == -ENOENT)
+    if (r == -ENOENT) {
         r = cache_read(st->cache, ino, &h->snap);
+        h->snap_from_cache = r == 0;
+    }
     if (r < 0) {
         handle_free(h);
         return r;
@@ -206,11 +210,38 @@ static void drop_stale_pages(cache *c, uint64_t ino, int64_t served_rev)
     }
 }
 
+/* The value a read handle serves: its snapshot, except that the first read, when the key changed
+ * between open and that read, takes the current value. The kernel's file size follows the newest
+ * value (attributes are refreshed after an invalidation), so a read served from the older
+ * snapshot would be cut or padded to the new length. Once a read was answered the handle keeps
+ * its snapshot (values read in several requests are opened with direct_io, so the kernel does
+ * not clip them to a newer size). Returns a reference. */
+static cache_value *read_value(fs_handle *h, off_t off)
+{
+    pthread_mutex_lock(&h->mu);
+    cache_attr a;
+    cache_value *nv;
+    if (!h->served && off == 0 && h->snap_from_cache &&
+        cache_getattr(h->st->cache, h->ino, &a) == 0 && a.mod_revision != h->snap->mod_revision &&
+        cache_read(h->st->cache, h->ino, &nv) == 0) {
+        cache_value_put(h->snap);
+        h->snap = nv;
+    }
+    h->served = true;
+    cache_value *v = cache_value_get(h->snap);
+    pthread_mutex_unlock(&h->mu);
+    return v;
+}
+
+bool handle_direct_io(const fs_handle *h)
+{
+    return !h->writable && h->snap->len > FS_DIRECT_IO_MIN;
+}
+
 void handle_read(fs_handle *h, fuse_req_t req, size_t size, off_t off)
 {
     if (!h->writable) {
-        /* The snapshot is immutable: no lock needed. */
-        const cache_value *v = h->snap;
+        cache_value *v = read_value(h, off);
         /* Once replied, the kernel may release (and free) h at any moment. */
         cache *c = h->st->cache;
         uint64_t ino = h->ino;
@@ -220,6 +251,7 @@ void handle_read(fs_handle *h, fuse_req_t req, size_t size, off_t off)
         else
             fuse_reply_buf(req, (const char *)v->data + off,
                            size < v->len - (size_t)off ? size : v->len - (size_t)off);
+        cache_value_put(v);
         drop_stale_pages(c, ino, served_rev);
         return;
     }

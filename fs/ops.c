@@ -377,6 +377,7 @@ static void reply_open(fuse_req_t req, struct fuse_file_info *fi, fs_handle *h)
 {
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->keep_cache = 1;             /* notify.c invalidates on change */
+    fi->direct_io = handle_direct_io(h);
     /* A read handle has nothing to save: close(2) then costs no FLUSH round trip (grep -r
      * opens every file once). */
     fi->noflush = !handle_writable(h);

@@ -59,6 +59,12 @@ int handle_open_read(fs_state *st, uint64_t ino, fs_handle **out);
 int handle_open_write(fs_state *st, uint64_t ino, const cache_attr *a, bool trunc, bool is_new,
                       fs_handle **out);
 bool handle_writable(const fs_handle *h);
+/* Values longer than one page are served to readers with direct_io: page-cache reads come as
+ * page-sized requests and are cut to the kernel's file size, which follows the newest value, so
+ * a remote change between two of them would clip or pad the old value. Costs the page cache for
+ * such values (a warm read is one READ request); a one-page value stays cached. */
+#define FS_DIRECT_IO_MIN 4096
+bool handle_direct_io(const fs_handle *h);
 /* Replies to req itself (the data lives under the handle's lock). */
 void handle_read(fs_handle *h, fuse_req_t req, size_t size, off_t off);
 /* Returns bytes written or -errno. */
