@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct fs_handle {
     fs_state *st;
@@ -233,9 +234,17 @@ static cache_value *read_value(fs_handle *h, off_t off)
     return v;
 }
 
+int64_t fs_loaded_revision;
+
 bool handle_direct_io(const fs_handle *h)
 {
-    return !h->writable && h->snap->len > FS_DIRECT_IO_MIN;
+    cache_attr a;
+    if (h->writable || h->snap->len <= FS_DIRECT_IO_MIN ||
+        cache_getattr(h->st->cache, h->ino, &a) < 0)
+        return false;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return a.mod_revision > fs_loaded_revision && now.tv_sec - a.mtime.tv_sec < FS_HOT_SECONDS;
 }
 
 void handle_read(fs_handle *h, fuse_req_t req, size_t size, off_t off)

@@ -289,6 +289,8 @@ static int connect_and_load(const etcdfs_opts *o, fs_state *st)
                      err.msg[0] ? err.msg : etcd_err_name(-r));
         etcd_client_free(st->client);
         st->client = NULL;
+    } else {
+        fs_loaded_revision = cache_revision(st->cache);
     }
     free(eps);
     return r;

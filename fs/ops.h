@@ -59,11 +59,14 @@ int handle_open_read(fs_state *st, uint64_t ino, fs_handle **out);
 int handle_open_write(fs_state *st, uint64_t ino, const cache_attr *a, bool trunc, bool is_new,
                       fs_handle **out);
 bool handle_writable(const fs_handle *h);
-/* Values longer than one page are served to readers with direct_io: page-cache reads come as
- * page-sized requests and are cut to the kernel's file size, which follows the newest value, so
- * a remote change between two of them would clip or pad the old value. Costs the page cache for
- * such values (a warm read is one READ request); a one-page value stays cached. */
+/* Values that change are served to readers with direct_io when longer than one page: page-cache
+ * reads come as page-sized requests and are cut to the kernel's file size, which follows the
+ * newest value, so a change landing between two of them would clip or pad the old value. A
+ * direct read costs a READ request each time, so only keys changed since the mount loaded, in
+ * the last FS_HOT_SECONDS, pay it; the rest of the keyspace keeps the page cache. */
 #define FS_DIRECT_IO_MIN 4096
+#define FS_HOT_SECONDS 60
+extern int64_t fs_loaded_revision;   /* the cache's revision once the mount had loaded */
 bool handle_direct_io(const fs_handle *h);
 /* Replies to req itself (the data lives under the handle's lock). */
 void handle_read(fs_handle *h, fuse_req_t req, size_t size, off_t off);
