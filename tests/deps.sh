@@ -3,10 +3,17 @@
 # some are missing (dpkg-query), so a prepared machine never touches apt. apt output goes to
 # a log file whose tail is shown on failure. Needs root or passwordless sudo to install.
 # Usage: tests/deps.sh [--check]   (--check: only report what is missing; exit 1 if anything)
+#        tests/deps.sh --optional PKG...   (only these packages; used for the fuzzers' clang)
 
 pkgs=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libnghttp2-dev libssl-dev
     libprotobuf-c-dev protobuf-c-compiler etcd-server etcd-client openssl inotify-tools attr vim
-    nano rsync procps psmisc tmux)
+    nano rsync procps psmisc tmux jq python3 iproute2 man-db)
+# --optional PKG...: install exactly these instead (the caller decides what a failure means).
+if [ "${1:-}" = --optional ]; then
+    shift
+    pkgs=("$@")
+    set --
+fi
 log=${ETCDFS_DEPS_LOG:-${TMPDIR:-/tmp}/etcdfs-deps.log}
 
 say() { printf 'deps: %s\n' "$*"; }
