@@ -130,8 +130,8 @@ static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 
 /* false only when a message nests deeper than PB_MAX_DEPTH; malformed input is left to the
  * unpacker, which reports it. */
-static bool pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
-                        int depth)
+static bool pb_depth_ok_at(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                           int depth)
 {
     if (depth > PB_MAX_DEPTH)
         return false;
@@ -150,7 +150,7 @@ static bool pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, s
             const ProtobufCFieldDescriptor *f =
                 protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
             if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                !pb_depth_ok(f->descriptor, p, (size_t)n, depth + 1))
+                !pb_depth_ok_at(f->descriptor, p, (size_t)n, depth + 1))
                 return false;
             p += n;
             break;
@@ -159,6 +159,11 @@ static bool pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, s
         }
     }
     return true;
+}
+
+bool client_pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len)
+{
+    return pb_depth_ok_at(d, p, len, 0);
 }
 
 int client_call(etcd_client *c, const char *method, const ProtobufCMessage *req,
@@ -191,7 +196,7 @@ int client_call(etcd_client *c, const char *method, const ProtobufCMessage *req,
             rc = -err->code;
             break;
         }
-        if (rc == 0 && !pb_depth_ok(resp_desc, rbuf, rlen, 0)) {
+        if (rc == 0 && !client_pb_depth_ok(resp_desc, rbuf, rlen)) {
             rc = etcd_error_set(err, ETCD_E_PROTOCOL, -1, "%s response nests messages deeper "
                                 "than %d levels: refused", method, PB_MAX_DEPTH);
         } else if (rc == 0) {

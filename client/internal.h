@@ -47,6 +47,10 @@ int client_call(etcd_client *c, const char *method, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                 int timeout_ms, unsigned flags, const char *endpoint, etcd_error *err);
 
+/* Whether a serialized response nests messages no deeper than 32 levels (client_call refuses
+ * deeper ones before protobuf-c's recursive unpack could overflow the stack). */
+bool client_pb_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len);
+
 /* Opens a stream with the current token. */
 int client_stream_open(etcd_client *c, const char *method, const rpc_stream_cbs *cbs, void *arg,
                        const uint8_t *first, size_t first_len, int timeout_ms,

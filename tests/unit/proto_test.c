@@ -2,9 +2,11 @@
  * send pack to known bytes (field numbers, packed repeated enums, oneof with a zero value),
  * messages etcd sends decode from known bytes, and everything round-trips. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "internal.h"
 #include "kv.pb-c.h"
 #include "rpc.pb-c.h"
 
@@ -348,8 +350,60 @@ static void test_roundtrip_big(void)
     free(buf);
 }
 
+/* A TxnResponse holding `depth` levels of ResponseOp.response_txn (field 3 → field 4). */
+static uint8_t *nested_txn(int depth, size_t *len)
+{
+    uint8_t *b = NULL;
+    size_t n = 0;
+    for (int i = 0; i < depth; i++) {
+        /* ResponseOp{response_txn(4) = b}, then TxnResponse{responses(3) = that}. */
+        for (int field = 4; field >= 3; field--) {
+            uint8_t hdr[11];
+            size_t h = 0, v = n;
+            hdr[h++] = (uint8_t)(field << 3 | 2);
+            do {
+                hdr[h++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+                v >>= 7;
+            } while (v);
+            uint8_t *nb = malloc(h + n);
+            memcpy(nb, hdr, h);
+            if (n)
+                memcpy(nb + h, b, n);
+            free(b);
+            b = nb;
+            n += h;
+        }
+    }
+    *len = n;
+    return b;
+}
+
+static void test_nesting_guard(void)
+{
+    const ProtobufCMessageDescriptor *d = &etcdserverpb__txn_response__descriptor;
+    size_t n;
+    uint8_t *b = nested_txn(10, &n);
+    CHECK(client_pb_depth_ok(d, b, n), "a TxnResponse nested 10 deep is accepted");
+    Etcdserverpb__TxnResponse *u = etcdserverpb__txn_response__unpack(NULL, n, b);
+    CHECK(u && u->n_responses == 1 && u->responses[0]->response_txn,
+          "... and it really is nested Txn responses");
+    if (u)
+        etcdserverpb__txn_response__free_unpacked(u, NULL);
+    free(b);
+    b = nested_txn(40, &n);
+    CHECK(!client_pb_depth_ok(d, b, n), "a TxnResponse nested 40 deep is refused before unpacking");
+    free(b);
+    b = nested_txn(2000, &n);
+    CHECK(!client_pb_depth_ok(d, b, n),
+          "a TxnResponse nested 2,000 deep (the fuzzer found 100,000) is refused");
+    free(b);
+    const uint8_t junk[] = { 0x1a, 0xff, 0xff, 0x03 };
+    CHECK(client_pb_depth_ok(d, junk, sizeof(junk)), "malformed input is left to the unpacker");
+}
+
 int main(void)
 {
+    test_nesting_guard();
     test_kv_requests();
     test_watch();
     test_kv_responses();
